@@ -1,0 +1,156 @@
+"""The training engine: schedules of the papers, resume determinism, checkpoints, configuration errors."""
+import json
+import math
+
+import pytest
+import torch
+
+from reusenet.engine import Trainer, load_checkpoint, load_config, make_config, train
+from reusenet.engine.checkpoint import atomic_write
+from reusenet.engine.optim import build_optimizer, build_scheduler
+from reusenet.errors import UserError
+
+
+def lr_per_epoch(config, steps_per_epoch=10, metrics=None):
+    """The lr in force at the start of each epoch, stepping the schedule the way the engine does."""
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), config)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch)
+    lrs = []
+    for epoch in range(config.epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        for step in range(steps_per_epoch):
+            scheduler.step_update(epoch * steps_per_epoch + step + 1)
+        scheduler.step(epoch + 1, metrics[epoch] if metrics else None)
+    return lrs
+
+
+def test_reaf_cifar_multistep_decays_by_0_2_at_60_120_160():
+    lrs = lr_per_epoch(load_config("reaf-cifar100"))
+    assert len(lrs) == 200
+    for epoch, expected in [(0, 0.1), (59, 0.1), (60, 0.02), (119, 0.02), (120, 0.004), (159, 0.004),
+                            (160, 0.0008), (199, 0.0008)]:
+        assert lrs[epoch] == pytest.approx(expected), epoch
+
+
+def test_reaf_imagenet_step_decays_by_0_1_every_30_epochs():
+    lrs = lr_per_epoch(load_config("reaf-imagenet"))
+    for epoch, expected in [(0, 0.1), (29, 0.1), (30, 0.01), (59, 0.01), (60, 0.001), (90, 1e-4), (99, 1e-4)]:
+        assert lrs[epoch] == pytest.approx(expected), epoch
+
+
+def test_resfri_plateau_halves_after_10_epochs_without_val_loss_improvement():
+    config = load_config("resfri-cifar100", [("epochs", 40)])
+    # val loss improves for 5 epochs, then stalls: epochs 6..15 are the 10 tolerated epochs without
+    # improvement (torch's patience semantics), so the lr halves for epoch index 16 and again 11 epochs later.
+    losses = [1.0 - 0.1 * e for e in range(5)] + [0.6] * 35
+    lrs = lr_per_epoch(config, metrics=losses)
+    assert lrs[:16] == [0.01] * 16
+    assert lrs[16] == pytest.approx(0.005)
+    assert lrs[26] == pytest.approx(0.005)
+    assert lrs[27] == pytest.approx(0.0025)
+
+
+def test_convnext_cosine_warms_up_20_epochs_then_decays_to_min_lr():
+    config = load_config("convnext-imagenet300")
+    steps = 10
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), config)
+    scheduler = build_scheduler(optimizer, config, steps)
+    lrs = [optimizer.param_groups[0]["lr"]]
+    for update in range(1, config.epochs * steps + 1):
+        scheduler.step_update(update)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    peak, floor = 1e-3, 1e-6
+    assert lrs[0] == pytest.approx(1e-6)
+    assert lrs[10 * steps] == pytest.approx(1e-6 + (peak - 1e-6) / 2)  # linear warmup, halfway at epoch 10
+    assert lrs[20 * steps] == pytest.approx(peak)  # warmup ends at epoch 20
+    assert max(lrs) == pytest.approx(peak)
+    assert lrs[25 * steps] == pytest.approx(floor + (peak - floor) / 2)  # cosine halfway through 10 epochs
+    assert lrs[-1] == pytest.approx(floor, abs=1e-7)
+    assert all(a >= b for a, b in zip(lrs[20 * steps:], lrs[20 * steps + 1:]))
+
+
+def test_interrupted_then_resumed_run_ends_with_identical_weights(tiny_config, tmp_path):
+    straight = train(tiny_config(output=str(tmp_path / "straight")), log=lambda _: None)
+    first = Trainer(tiny_config(output=str(tmp_path / "resumed")), log=lambda _: None)
+    assert first.fit(stop_after_epoch=2) == {"stopped_after_epoch": 2}
+    assert load_checkpoint(tmp_path / "resumed")["epoch"] == 2
+    resumed = Trainer(tiny_config(output=str(tmp_path / "resumed")), resume=True, log=lambda _: None).fit()
+    a = load_checkpoint(tmp_path / "straight")["model"]
+    b = load_checkpoint(tmp_path / "resumed")["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert resumed["test_acc1"] == straight["test_acc1"]
+    history = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert [row["lr"] for row in history] == pytest.approx([0.05, 0.025, 0.0125])  # milestones 1, 2 x0.5
+
+
+def test_run_writes_summaries_checkpoint_and_weights(tiny_config, tmp_path):
+    results = train(tiny_config(epochs=2), log=lambda _: None)
+    run = tmp_path / "run"
+    for name in ("config.yaml", "summary.csv", "summary.json", "last.pt", "model.safetensors", "model.json",
+                 "results.json"):
+        assert (run / name).is_file(), name
+    assert (run / "summary.csv").read_text().splitlines()[0].startswith("epoch,lr,train_loss")
+    assert 0 <= results["test_acc1"] <= 100 and results["test_acc1"] <= results["test_acc5"]
+    assert math.isfinite(results["val_loss"])
+    assert not list(run.glob("*.tmp"))
+
+
+def test_training_learns_the_synthetic_task(tiny_config):
+    results = train(tiny_config(epochs=4, milestones=[3]), log=lambda _: None)
+    assert results["test_acc1"] >= 90.0  # 4 well-separated classes; chance is 25%
+
+
+def test_existing_run_is_never_overwritten(tiny_config):
+    train(tiny_config(epochs=1), log=lambda _: None)
+    with pytest.raises(UserError, match="already holds a run"):
+        Trainer(tiny_config(epochs=1), log=lambda _: None)
+
+
+def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "last.pt"
+    target.write_text("previous")
+
+    def failing_write(tmp):
+        open(tmp, "w").write("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(target, failing_write)
+    assert target.read_text() == "previous"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": Payload()}, path)
+    with pytest.raises(UserError, match="refusing to load"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"epoch": 3}, "unknown configuration key 'epoch'. Did you mean: epochs"),
+    ({"lr": -0.1}, "lr must be positive"),
+    ({"batch_size": 0}, "batch_size must be positive"),
+    ({"epochs": "ten"}, "epochs: expected an integer"),
+    ({"optimizer": "adamm"}, "Did you mean: adam"),
+    ({"milestones": [120, 60]}, "milestones must be increasing"),
+    ({"precision": "fp8"}, "precision: 'fp8' is not one of"),
+])
+def test_bad_configuration_values_name_the_problem(values, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        make_config(values)
+
+
+def test_unknown_recipe_suggests_the_closest():
+    with pytest.raises(UserError, match="Did you mean: reaf-cifar100"):
+        load_config("reaf-cifar10")
