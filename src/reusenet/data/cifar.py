@@ -52,25 +52,43 @@ CIFAR100 = CifarLayout(
 
 def load_cifar_split(layout: CifarLayout, root, split: str, *, seed: int, classes, num_classes, image_size,
                      download: bool, val_size: int = 5000) -> InMemoryImages:
-    if not isinstance(val_size, int) or val_size < 0:
-        raise UserError(f"{layout.name}: val_size must be a non-negative integer, got {val_size!r}.")
-    if split == "val" and val_size == 0:
-        raise UserError(f"{layout.name}: split 'val' is held out of the training files; val_size=0 disables it.")
+    _check_val_size(layout, split, val_size)
     files = layout.test_files if split == "test" else layout.train_files
     directory = _locate(layout, resolve_root(root), (*files, layout.meta_file), download)
-    names = _read_class_names(directory / layout.meta_file, layout)
-    data, labels = _read_files(directory, files, layout, len(names))
+    data, labels, names = _read_split(directory, files, layout)
     if split != "test" and val_size:
         advice = f"Pass a val_size between {len(names)} and {len(labels) - len(names)}, or 0 to disable val."
         kept, held = stratified_holdout(labels, val_size, seed, advice)
-        data, labels = (data[held], labels[held]) if split == "val" else (data[kept], labels[kept])
+        part = held if split == "val" else kept
+        data, labels = data[part], labels[part]
     chosen = choose_classes(names, classes, num_classes, seed, layout.name)
     keep, labels = relabel(labels, chosen, len(names))
     images = torch.from_numpy(data[keep].reshape(-1, 3, 32, 32))
     if image_size:
         images = resize_images(images, image_size)
-    return InMemoryImages(images, torch.from_numpy(labels), [names[i] for i in chosen], layout.mean, layout.std,
+    class_names = [names[i] for i in chosen]
+    return InMemoryImages(images, torch.from_numpy(labels), class_names, layout.mean, layout.std,
                           name=layout.name)
+
+
+def _check_val_size(layout: CifarLayout, split: str, val_size) -> None:
+    if not isinstance(val_size, int) or val_size < 0:
+        raise UserError(f"{layout.name}: val_size must be a non-negative integer, got {val_size!r}.")
+    if split == "val" and val_size == 0:
+        raise UserError(f"{layout.name}: split 'val' is held out of the training files and val_size=0 "
+                        "disables it; pass val_size > 0 or use split 'test'.")
+
+
+def _read_split(directory: Path, files: tuple[str, ...], layout: CifarLayout):
+    """(N x 3072 uint8 pixels, N labels, class names) of the given batch files."""
+    batches = [_read_batch(directory / name, layout) for name in files]
+    data, labels = np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+    names = _read_class_names(directory / layout.meta_file, layout)
+    if labels.size and not 0 <= labels.min() <= labels.max() < len(names):
+        raise UserError(f"{layout.name}: labels in {', '.join(files)} fall outside 0..{len(names) - 1}, "
+                        f"the classes of {directory / layout.meta_file}; re-extract {layout.archive} "
+                        f"from {CIFAR_URL}.")
+    return data, labels, names
 
 
 def _locate(layout: CifarLayout, root: Path, files: tuple[str, ...], download: bool) -> Path:
@@ -82,11 +100,10 @@ def _locate(layout: CifarLayout, root: Path, files: tuple[str, ...], download: b
     if download:
         _download(layout, expected.parent)
         return _locate(layout, root, files, download=False)
-    where = "" if root.is_dir() else f" (the root {root} does not exist)"
     raise missing_files_error(
-        layout.name, expected, [name for name in files if not (expected / name).is_file()],
-        f"Pass download=True (CLI: --download) to fetch them{where}, or download {layout.archive} from "
-        f"{CIFAR_URL} and extract it into {expected.parent} (or set $REUSENET_DATA to its parent folder).",
+        layout.name, root, expected, [name for name in files if not (expected / name).is_file()],
+        f"Pass download=True (CLI: --download) to fetch them, or download {layout.archive} from {CIFAR_URL} "
+        f"and extract it into {expected.parent}, the folder to pass as root (or as $REUSENET_DATA).",
     )
 
 
@@ -104,29 +121,22 @@ def _download(layout: CifarLayout, parent: Path) -> None:
 def _read_class_names(path: Path, layout: CifarLayout) -> list[str]:
     names = _unpickle(path).get(layout.names_key)
     if not isinstance(names, list) or not names:
-        raise UserError(f"{path} has no {layout.names_key!r} list of class names; it is not the {layout.name} "
-                        f"meta file. Re-extract {layout.archive} from {CIFAR_URL}.")
+        raise UserError(f"{path} has no {layout.names_key!r} list of class names, so it is not the "
+                        f"{layout.name} meta file. Re-extract {layout.archive} from {CIFAR_URL}.")
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
-def _read_files(directory: Path, files, layout: CifarLayout, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    batches = [_read_batch(directory / name, layout, num_classes) for name in files]
-    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
-
-
-def _read_batch(path: Path, layout: CifarLayout, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_batch(path: Path, layout: CifarLayout) -> tuple[np.ndarray, np.ndarray]:
     entry = _unpickle(path)
     data, labels = entry.get("data"), entry.get(layout.label_key)
-    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072
-            and labels is not None and len(labels) == len(data)):
+    is_batch = (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+                and data.shape[1] == 3072 and labels is not None and len(labels) == len(data))
+    if not is_batch:
         raise UserError(
             f"{path} is not a {layout.name} batch: expected b'data' (N x 3072 uint8) and "
             f"b'{layout.label_key}' (N labels). Re-extract {layout.archive} from {CIFAR_URL}."
         )
-    labels = np.asarray(labels, dtype=np.int64)
-    if labels.size and not 0 <= labels.min() <= labels.max() < num_classes:
-        raise UserError(f"{path} has labels outside 0..{num_classes - 1}; it does not match the meta file.")
-    return data, labels
+    return data, np.asarray(labels, dtype=np.int64)
 
 
 class _ArrayUnpickler(pickle.Unpickler):

@@ -30,8 +30,8 @@ class InMemoryImages:
         # Users may build one from their own arrays; catch shape mistakes here, not deep in a batch.
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
             raise UserError(
-                f"{self.name}: images must be a uint8 tensor of shape N x 3 x H x W, got "
-                f"{self.images.dtype} {tuple(self.images.shape)}; convert with (x * 255).round().to(torch.uint8)."
+                f"{self.name}: images must be a uint8 tensor of shape N x 3 x H x W, got {self.images.dtype} "
+                f"{tuple(self.images.shape)}; convert with (x * 255).round().to(torch.uint8)."
             )
         if self.labels.shape != (len(self.images),):
             raise UserError(

@@ -24,9 +24,11 @@ def resolve_root(root) -> Path:
     return Path(root).expanduser()
 
 
-def missing_files_error(dataset: str, directory: Path, missing: list[str], how_to_get: str) -> UserError:
-    listed = "\n".join(f"  {directory / name}" for name in missing)
-    return UserError(f"{dataset}: expected files are missing:\n{listed}\n{how_to_get}")
+def missing_files_error(dataset: str, root: Path, directory: Path, missing: list[str], how_to_get: str):
+    """The UserError for files missing from `directory` under the dataset `root`."""
+    listed = ", ".join(str(directory / name) for name in missing)
+    no_root = "" if root.is_dir() else f"The root {root} does not exist. "
+    return UserError(f"{dataset}: expected files are missing: {listed}. {no_root}{how_to_get}")
 
 
 def open_rgb(path) -> Image.Image:
@@ -61,7 +63,8 @@ def decode_images(paths: list[str], size: int) -> tuple[torch.Tensor, np.ndarray
 def warn_skipped(dataset: str, skipped: list[str], shown: int = 10) -> None:
     if not skipped:
         return
-    listed = ", ".join(skipped[:shown]) + (f" and {len(skipped) - shown} more" if len(skipped) > shown else "")
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    listed = ", ".join(skipped[:shown]) + more
     warnings.warn(f"{dataset}: skipped {len(skipped)} unreadable image file(s): {listed}", stacklevel=3)
 
 

@@ -43,7 +43,8 @@ def load_tiny_imagenet_split(root, split: str, *, seed: int, classes, num_classe
     chosen_wnids = [wnids[i] for i in chosen]
     return InMemoryImages(
         images, torch.from_numpy(labels[readable]), _class_names(directory / "words.txt", chosen_wnids),
-        IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, name="tiny-imagenet", skipped=skipped, wnids=chosen_wnids,
+        IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, name="tiny-imagenet", skipped=skipped,
+        wnids=chosen_wnids,
     )
 
 
@@ -55,25 +56,26 @@ def _locate(root: Path, download: bool) -> Path:
     if download:
         try:
             download_and_extract_archive(TINY_URL, download_root=str(expected.parent), md5=TINY_MD5)
-        except Exception as err:  # offline shows up as URLError, OSError or RuntimeError depending on the stage
+        except Exception as err:  # offline shows up as URLError, OSError or RuntimeError, by stage
             raise UserError(
                 f"tiny-imagenet: download failed ({type(err).__name__}: {err}). Download {TINY_URL} by hand "
                 f"and unzip it into {expected.parent}."
             ) from None
         return _locate(root, download=False)
-    return_missing = [name for name in TINY_FILES if not (expected / name).exists()]
+    missing = [name for name in TINY_FILES if not (expected / name).exists()]
     raise missing_files_error(
-        "tiny-imagenet", expected, return_missing,
+        "tiny-imagenet", root, expected, missing,
         f"Pass download=True (CLI: --download) to fetch it, or download {TINY_URL} and unzip it into "
-        f"{expected.parent} (or set $REUSENET_DATA to that folder). Expected layout: wnids.txt, words.txt, "
-        "train/<wnid>/images/*.JPEG, val/images/*.JPEG and val/val_annotations.txt.",
+        f"{expected.parent}, the folder to pass as root (or as $REUSENET_DATA). Expected layout: wnids.txt, "
+        "words.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG and val/val_annotations.txt.",
     )
 
 
 def _read_wnids(path: Path) -> list[str]:
     wnids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not wnids or len(set(wnids)) != len(wnids):
-        raise UserError(f"{path} must list each class wnid once, one per line; it is empty or has duplicates.")
+        raise UserError(f"{path} must list each class wnid once, one per line; it is empty or has "
+                        "duplicates.")
     return wnids
 
 
@@ -85,7 +87,8 @@ def _class_names(words_path: Path, wnids: list[str]) -> list[str]:
         first_name[wnid.strip()] = names.split(",")[0].strip()
     missing = [w for w in wnids if not first_name.get(w)]
     if missing:
-        raise UserError(f"{words_path} has no name for {missing[:5]}; expected lines 'wnid<TAB>name, synonyms'.")
+        raise UserError(f"{words_path} has no name for {missing[:5]}; expected lines "
+                        "'wnid<TAB>name, synonyms'.")
     return [first_name[w] for w in wnids]
 
 
@@ -93,7 +96,8 @@ def _train_samples(directory: Path, wnids: list[str], chosen: list[int]) -> tupl
     paths, labels = [], []
     for label, index in enumerate(chosen):
         images_dir = directory / "train" / wnids[index] / "images"
-        files = sorted(str(p) for p in images_dir.glob("*") if has_file_allowed_extension(p.name, IMG_EXTENSIONS))
+        files = sorted(str(path) for path in images_dir.glob("*")
+                       if has_file_allowed_extension(path.name, IMG_EXTENSIONS))
         if not files:
             raise UserError(f"tiny-imagenet: no training images in {images_dir}; expected "
                             f"train/<wnid>/images/*.JPEG for every wnid in wnids.txt.")
