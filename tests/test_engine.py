@@ -154,3 +154,34 @@ def test_bad_configuration_values_name_the_problem(values, message):
 def test_unknown_recipe_suggests_the_closest():
     with pytest.raises(UserError, match="Did you mean: reaf-cifar100"):
         load_config("reaf-cifar10")
+
+
+def test_auto_precision_keeps_the_fastest_measured_option_and_the_rng(monkeypatch, tiny_config):
+    from reusenet.engine import precision
+
+    speeds = {("fp32", False): 3.0, ("fp32", True): 2.0, ("bf16", True): 1.0, ("bf16", False): 4.0}
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(precision, "time_training_step",
+                        lambda model, ex, *args, **kw: (torch.rand(1), speeds[(ex.precision, ex.channels_last)])[1])
+    config = tiny_config(precision="auto", channels_last="auto")
+    model = torch.nn.Linear(2, 2)
+    torch.manual_seed(1)
+    expected_next = torch.rand(1)
+    torch.manual_seed(1)
+    chosen = precision.choose_execution(model, config, (3, 8, 8), 2, log=lambda _: None)
+    assert (chosen.precision, chosen.channels_last) == ("bf16", True)
+    assert torch.equal(torch.rand(1), expected_next)  # measuring did not shift the run's random stream
+
+
+def test_explicit_precision_is_not_measured(tiny_config):
+    from reusenet.engine.precision import choose_execution
+
+    chosen = choose_execution(None, tiny_config(precision="fp32", channels_last=False), (3, 8, 8), 2)
+    assert (chosen.precision, chosen.channels_last) == ("fp32", False)
+
+
+def test_fp16_on_cpu_is_refused(tiny_config):
+    from reusenet.engine.precision import choose_execution
+
+    with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
+        choose_execution(None, tiny_config(precision="fp16", device="cpu"), (3, 8, 8), 2)

@@ -101,6 +101,11 @@ class TrainConfig:
             raise UserError(f"milestones must be increasing, got {self.milestones}.")
         if not 0 < self.gamma <= 1:
             raise UserError(f"gamma (the lr decay factor) must be in (0, 1], got {self.gamma}.")
+        if self.per_step_schedule and self.schedule in ("multistep", "plateau"):
+            raise UserError(f"schedule {self.schedule} changes the lr between epochs only; "
+                            "set per_step_schedule false (or use step, cosine or constant).")
+        if self.warmup_epochs and self.schedule in ("multistep", "plateau"):
+            raise UserError(f"schedule {self.schedule} has no warmup; set warmup_epochs 0 or use cosine or step.")
         if self.warmup_epochs >= self.epochs and self.schedule == "cosine":
             raise UserError(f"warmup_epochs ({self.warmup_epochs}) must be smaller than epochs ({self.epochs}).")
         return self

@@ -29,36 +29,43 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
                                filter_bias_and_bn=not config.decay_norm_and_bias, **extra)
 
 
-class PlateauSchedule:
-    """Reduce the lr by `gamma` when a metric stops improving, with timm's step/step_update interface.
+class EpochSchedule:
+    """A torch epoch scheduler (MultiStepLR, ReduceLROnPlateau) behind timm's step/step_update interface.
 
-    Written over torch's ReduceLROnPlateau rather than timm's PlateauLRScheduler because timm's is
-    deprecated and does not save its patience counter, so a resumed run would not continue the same run.
+    multistep: timm's MultiStepLRScheduler decays one epoch before each milestone (it tests `t + 1`), while
+    the papers' recipes were run with torch's MultiStepLR, whose lr changes after `milestone` full epochs.
+    plateau: timm's PlateauLRScheduler is deprecated and does not save its patience counter, so a resumed
+    run would not continue the same run; torch's saves all of its state.
     """
 
-    def __init__(self, optimizer, gamma: float, patience: int, mode: str, min_lr: float):
-        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=mode, factor=gamma, patience=patience, min_lr=min_lr)
+    def __init__(self, scheduler, needs_metric: bool):
+        self.scheduler, self.needs_metric = scheduler, needs_metric
 
     def step(self, epoch: int, metric: float | None = None) -> None:
-        if metric is not None:
-            self.plateau.step(metric)
+        if not self.needs_metric:
+            self.scheduler.step()
+        elif metric is not None:
+            self.scheduler.step(metric)
 
     def step_update(self, num_updates: int, metric: float | None = None) -> None:
         pass
 
     def state_dict(self) -> dict:
-        return self.plateau.state_dict()
+        return self.scheduler.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.plateau.load_state_dict(state)
+        self.scheduler.load_state_dict(state)
 
 
 def build_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
     """The schedule named by `config.schedule`; see the module table for what each paper uses."""
     if config.schedule == "plateau":
         mode = "max" if config.plateau_metric.endswith("acc1") else "min"
-        return PlateauSchedule(optimizer, config.gamma, config.patience, mode, config.min_lr)
+        return EpochSchedule(torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=mode, factor=config.gamma, patience=config.patience, min_lr=config.min_lr), True)
+    if config.schedule == "multistep":
+        return EpochSchedule(torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=list(config.milestones), gamma=config.gamma), False)
     per_step = config.per_step_schedule
     scheduler, _ = create_scheduler_v2(
         optimizer,
