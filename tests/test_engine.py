@@ -66,7 +66,7 @@ def test_convnext_cosine_warms_up_20_epochs_then_decays_to_min_lr():
     assert max(lrs) == pytest.approx(peak)
     assert lrs[25 * steps] == pytest.approx(floor + (peak - floor) / 2)  # cosine halfway through 10 epochs
     assert lrs[-1] == pytest.approx(floor, abs=1e-7)
-    assert all(a >= b for a, b in zip(lrs[20 * steps:], lrs[20 * steps + 1:]))
+    assert all(a >= b for a, b in zip(lrs[20 * steps:], lrs[20 * steps + 1:], strict=False))
 
 
 def test_interrupted_then_resumed_run_ends_with_identical_weights(tiny_config, tmp_path):

@@ -25,8 +25,7 @@ from tqdm import tqdm
 from ..data import ImageFiles, build_dataset, build_loader, dataset_splits
 from ..errors import UserError
 from ..models import create_model
-from .checkpoint import (CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, save_weights,
-                         set_rng_state)
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
 from .config import TrainConfig, save_config
 from .optim import build_optimizer, build_scheduler, current_lr
 from .precision import Execution, choose_execution, resolve_device

@@ -42,12 +42,23 @@ def create_model(name: str, num_classes: int | None = None, pretrained: bool = F
         arguments = ', '.join(f'{k}={v!r}' for k, v in given.items() if v is not None)
         reason = str(err) or 'an argument is out of range'
         raise UserError(f'cannot build {name}({arguments}): {reason}') from err
+    except OSError as err:  # includes huggingface_hub's errors when the Hub cannot be reached
+        if not pretrained:
+            raise
+        raise UserError(
+            f'cannot fetch pretrained weights for {name} ({_first_line(err)}). They are downloaded from the '
+            'Hugging Face Hub on first use: connect to the internet once, or pass a local file with '
+            'pretrained_cfg_overlay=dict(file=...).') from None
     except RuntimeError as err:
         if not pretrained:  # a bug rather than a mistake: keep its traceback
             raise
         raise UserError(
-            f'cannot load the weights for {name}: {err}\nIf the file was trained for another number of '
-            f'classes, say so with pretrained_cfg_overlay=dict(file=..., num_classes=N).') from err
+            f'cannot load the weights for {name}: {_first_line(err)}. If the file was trained for another number '
+            'of classes, say so with pretrained_cfg_overlay=dict(file=..., num_classes=N).') from err
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
 
 
 def _check_model_name(name: str) -> None:
