@@ -185,3 +185,22 @@ def test_fp16_on_cpu_is_refused(tiny_config):
 
     with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
         choose_execution(None, tiny_config(precision="fp16", device="cpu"), (3, 8, 8), 2)
+
+
+def test_corrupt_image_in_a_folder_dataset_is_skipped_and_counted(tiny_config, tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "images"
+    for label, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+        folder = root / f"class{label}"
+        folder.mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (24, 24), colour).save(folder / f"{i}.png")
+    corrupt = root / "class0" / "broken.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    results = train(tiny_config(data="folder", data_root=str(root), data_args={}, epochs=1, batch_size=4),
+                    log=lambda _: None)
+    assert results["skipped_files"] == 1
+    assert results["skipped_paths"] == [str(corrupt)]
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["skipped_files"] == 1

@@ -87,7 +87,7 @@ def load_data(config: TrainConfig):
     the training seed, so runs with different seeds are compared on the same splits."""
     args = {"seed": 0, **config.data_args}
     return {split: build_dataset(config.data, config.data_root, split, download=config.download, **args)
-            for split in dataset_splits(config.data)}
+            for split in dataset_splits(config.data, **config.data_args)}
 
 
 def seed_everything(seed: int) -> None:
