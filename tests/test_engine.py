@@ -204,3 +204,31 @@ def test_corrupt_image_in_a_folder_dataset_is_skipped_and_counted(tiny_config, t
     assert results["skipped_paths"] == [str(corrupt)]
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["skipped_files"] == 1
+
+
+def test_tensorboard_receives_one_scalar_per_epoch(tiny_config, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(tiny_config(epochs=2, tensorboard=True), log=lambda _: None)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/acc1")] == [1, 2]
+    assert [e.value for e in events.Scalars("lr")] == pytest.approx([0.05, 0.025])
+
+
+def test_interrupt_names_the_checkpoint_to_resume_from(tiny_config, monkeypatch):
+    trainer = Trainer(tiny_config(epochs=3), log=lambda _: None)
+    real_epoch = trainer.train_one_epoch
+
+    def interrupt_in_second_epoch(epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_epoch(epoch)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", interrupt_in_second_epoch)
+    messages = []
+    trainer.log = messages.append
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert "continue with `reusenet train --resume" in messages[-1]
+    assert load_checkpoint(trainer.run_dir)["epoch"] == 1

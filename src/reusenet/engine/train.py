@@ -176,6 +176,12 @@ class Trainer:
                 self._run_epoch(epoch, board)
                 if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                     break
+        except KeyboardInterrupt:
+            done = len(self.history)
+            self.log(f"interrupted during epoch {done + 1}; " + (
+                f"the checkpoint after epoch {done} is kept: continue with `reusenet train --resume {self.run_dir}`"
+                if done else "no epoch had finished, so there is no checkpoint"))
+            raise
         finally:
             board.close()
         if len(self.history) < config.epochs:
