@@ -198,8 +198,9 @@ def test_corrupt_image_in_a_folder_dataset_is_skipped_and_counted(tiny_config, t
             Image.new("RGB", (24, 24), colour).save(folder / f"{i}.png")
     corrupt = root / "class0" / "broken.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
-    results = train(tiny_config(data="folder", data_root=str(root), data_args={}, epochs=1, batch_size=4),
-                    log=lambda _: None)
+    with pytest.warns(UserWarning, match="broken.png"):  # reported with its path
+        results = train(tiny_config(data="folder", data_root=str(root), data_args={}, epochs=1, batch_size=4),
+                        log=lambda _: None)
     assert results["skipped_files"] == 1
     assert results["skipped_paths"] == [str(corrupt)]
     saved = json.loads((tmp_path / "run" / "results.json").read_text())

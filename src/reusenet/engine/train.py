@@ -113,9 +113,9 @@ class Trainer:
         self.model = create_model(config.model, num_classes=len(self.classes), pretrained=config.pretrained,
                                   **config.model_args)
         self.data_config = resolve_data_config({}, model=self.model)
-        input_size = self.data_config["input_size"] if isinstance(train_set, ImageFiles) \
+        self.input_size = tuple(self.data_config["input_size"]) if isinstance(train_set, ImageFiles) \
             else (3, train_set.image_size, train_set.image_size)
-        self.execution = self._execution(checkpoint, input_size)
+        self.execution = self._execution(checkpoint)
         self.model.to(self.execution.device)
         if self.execution.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -129,11 +129,11 @@ class Trainer:
             self._restore(checkpoint)
         save_config(config, self.run_dir / "config.yaml")
 
-    def _execution(self, checkpoint, input_size) -> Execution:
+    def _execution(self, checkpoint) -> Execution:
         if checkpoint is not None:  # a resumed run keeps the execution it measured, or it would not be the same run
             saved = checkpoint["execution"]
             return Execution(resolve_device(self.config.device), saved["precision"], saved["channels_last"])
-        return choose_execution(self.model, self.config, input_size, len(self.classes), self.log)
+        return choose_execution(self.model, self.config, self.input_size, len(self.classes), self.log)
 
     def _loader(self, split: str):
         train = split == "train"
@@ -257,8 +257,7 @@ class Trainer:
         train_set = self.datasets["train"]
         return {"model": self.config.model, "model_args": self.config.model_args, "classes": self.classes,
                 "num_classes": len(self.classes), "data": self.config.data, "data_root": self.config.data_root,
-                "data_args": self.config.data_args, "input_size": list(self.data_config["input_size"])
-                if isinstance(train_set, ImageFiles) else [3, train_set.image_size, train_set.image_size],
+                "data_args": self.config.data_args, "input_size": list(self.input_size),
                 "mean": list(train_set.mean or self.data_config["mean"]),
                 "std": list(train_set.std or self.data_config["std"])}
 
