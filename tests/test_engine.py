@@ -8,6 +8,7 @@ import torch
 from reusenet.engine import Trainer, load_checkpoint, load_config, make_config, train
 from reusenet.engine.checkpoint import atomic_write
 from reusenet.engine.optim import build_optimizer, build_scheduler
+from reusenet.engine.precision import cpu_supports_bf16
 from reusenet.errors import UserError
 
 
@@ -69,12 +70,20 @@ def test_convnext_cosine_warms_up_20_epochs_then_decays_to_min_lr():
     assert all(a >= b for a, b in zip(lrs[20 * steps:], lrs[20 * steps + 1:], strict=False))
 
 
-def test_interrupted_then_resumed_run_ends_with_identical_weights(tiny_config, tmp_path):
-    straight = train(tiny_config(output=str(tmp_path / "straight")), log=lambda _: None)
-    first = Trainer(tiny_config(output=str(tmp_path / "resumed")), log=lambda _: None)
+@pytest.mark.parametrize("execution", [
+    {"precision": "fp32", "channels_last": False},
+    # 32x32: at 16x16 test_resnet has a strided conv on a 1x1 map, where oneDNN's bf16 gradient is garbage
+    pytest.param({"precision": "bf16", "channels_last": True,
+                  "data_args": {"num_classes": 4, "image_size": 32, "num_samples": 64}}, marks=pytest.mark.skipif(
+        not cpu_supports_bf16(), reason="this CPU has no bf16 support in oneDNN")),
+], ids=["fp32", "bf16-channels_last"])
+def test_interrupted_then_resumed_run_ends_with_identical_weights(tiny_config, tmp_path, execution):
+    straight = train(tiny_config(output=str(tmp_path / "straight"), **execution), log=lambda _: None)
+    first = Trainer(tiny_config(output=str(tmp_path / "resumed"), **execution), log=lambda _: None)
     assert first.fit(stop_after_epoch=2) == {"stopped_after_epoch": 2}
     assert load_checkpoint(tmp_path / "resumed")["epoch"] == 2
-    resumed = Trainer(tiny_config(output=str(tmp_path / "resumed")), resume=True, log=lambda _: None).fit()
+    resumed = Trainer(tiny_config(output=str(tmp_path / "resumed"), **execution), resume=True,
+                      log=lambda _: None).fit()
     a = load_checkpoint(tmp_path / "straight")["model"]
     b = load_checkpoint(tmp_path / "resumed")["model"]
     assert a.keys() == b.keys()
@@ -233,3 +242,22 @@ def test_interrupt_names_the_checkpoint_to_resume_from(tiny_config, monkeypatch)
         trainer.fit()
     assert "continue with `reusenet train --resume" in messages[-1]
     assert load_checkpoint(trainer.run_dir)["epoch"] == 1
+
+
+def test_bf16_is_never_used_where_onednn_computes_wrong_gradients(monkeypatch, tiny_config):
+    import timm
+
+    from reusenet.engine import precision
+
+    model = timm.create_model("test_resnet", num_classes=4)
+    assert precision.bf16_conv_hazards(model, (3, 16, 16)) == ["layer4.0.conv1"]  # 3x3 stride 2 on a 1x1 map
+    assert precision.bf16_conv_hazards(model, (3, 32, 32)) == []
+    assert model.training  # the shape probe leaves the model as it found it
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    with pytest.raises(UserError, match="layer4.0.conv1"):
+        precision.choose_execution(model, tiny_config(precision="bf16"), (3, 16, 16), 4)
+    monkeypatch.setattr(precision, "time_training_step", lambda *args, **kwargs: 1.0)
+    messages = []
+    chosen = precision.choose_execution(model, tiny_config(precision="auto"), (3, 16, 16), 4, log=messages.append)
+    assert chosen.precision == "fp32"
+    assert messages[0].startswith("bf16 left out")

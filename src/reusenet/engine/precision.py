@@ -11,6 +11,7 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -67,6 +68,37 @@ def candidates(device: torch.device, precision: str, channels_last) -> list[Exec
     return [Execution(device, p, cl) for p in precisions for cl in layouts]
 
 
+def bf16_conv_hazards(model: torch.nn.Module, input_size) -> list[str]:
+    """Names of convolutions whose bf16 weight gradient oneDNN computes wrongly at this input size.
+
+    A strided conv with a kernel larger than 1x1 whose input feature map is 1x1 (torch 2.14.1, AVX-512/AMX
+    CPU): the off-centre taps of its weight gradient get uninitialised memory, relative errors up to 1e32
+    and NaN, different on every call, while fp32 is exact. Repro: Conv2d(192, 96, 3, stride=2, padding=1)
+    on a (16, 192, 1, 1) input under bf16 autocast, compared with the fp32 gradient. Such layers appear
+    when an ImageNet-stem model sees tiny inputs (timm's test_resnet at 16x16).
+    """
+    suspects = {name: module for name, module in model.named_modules()
+                if isinstance(module, torch.nn.Conv2d) and max(module.stride) > 1 and max(module.kernel_size) > 1}
+    if not suspects:
+        return []
+    hazards = []
+
+    def record(name, module, inputs):
+        if inputs[0].shape[-2:] == (1, 1):
+            hazards.append(name)
+
+    hooks = [module.register_forward_pre_hook(partial(record, name)) for name, module in suspects.items()]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_size, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return hazards
+
+
 def time_training_step(model, execution: Execution, batch_size: int, input_size, num_classes: int,
                        steps: int = 3) -> float:
     """Median seconds of a forward+backward+SGD step on a throwaway copy of the model."""
@@ -95,6 +127,15 @@ def choose_execution(model, config, input_size, num_classes: int, log=print) -> 
     """The fastest allowed execution for this model and batch size (measured when there is a choice)."""
     device = resolve_device(config.device)
     options = candidates(device, config.precision, config.channels_last)
+    if device.type == "cpu" and any(option.precision == "bf16" for option in options):
+        hazards = bf16_conv_hazards(model, input_size)
+        if hazards and config.precision == "bf16":
+            raise UserError(f"bf16 on this CPU computes wrong gradients for {', '.join(hazards[:3])} (a strided conv "
+                            f"on a 1x1 feature map at input size {'x'.join(map(str, input_size[1:]))}, a oneDNN "
+                            "bug); use precision fp32 or auto, or larger inputs.")
+        if hazards:
+            log(f"bf16 left out: oneDNN computes wrong bf16 gradients for {', '.join(hazards[:3])} at this input size")
+            options = [option for option in options if option.precision != "bf16"]
     if len(options) == 1:
         return options[0]
     rng_state = torch.get_rng_state()
