@@ -261,3 +261,21 @@ def test_bf16_is_never_used_where_onednn_computes_wrong_gradients(monkeypatch, t
     chosen = precision.choose_execution(model, tiny_config(precision="auto"), (3, 16, 16), 4, log=messages.append)
     assert chosen.precision == "fp32"
     assert messages[0].startswith("bf16 left out")
+
+
+def test_plateau_on_val_loss_needs_a_val_split(tiny_config, tmp_path):
+    import pickle
+
+    import numpy as np
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a", b"b", b"c", b"d"]}, protocol=2))
+    config = tiny_config(data="cifar10", data_root=str(tmp_path), data_args={"val_size": 0}, schedule="plateau",
+                         milestones=[60])
+    with pytest.raises(UserError, match="has no val split"):
+        Trainer(config, log=lambda _: None)

@@ -108,6 +108,9 @@ class Trainer:
         seed_everything(config.seed)
 
         self.datasets = load_data(config)
+        if config.schedule == "plateau" and config.plateau_metric.startswith("val") and "val" not in self.datasets:
+            raise UserError(f"schedule plateau watches {config.plateau_metric}, but {config.data} has no val split "
+                            "here; set plateau_metric train_loss or keep a val split.")
         train_set = self.datasets["train"]
         self.classes = list(train_set.classes)
         self.model = create_model(config.model, num_classes=len(self.classes), pretrained=config.pretrained,
