@@ -88,3 +88,12 @@ def test_console_entry_point_runs_as_module():
     result = subprocess.run([sys.executable, "-m", "reusenet", "recipes"], capture_output=True, text=True)
     assert result.returncode == 0
     assert "reaf-cifar100" in result.stdout and "digits" in result.stdout
+
+
+def test_eval_reads_a_checkpoint_file_directly(capsys, tmp_path):
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", *TINY, "--output", str(run))[0] == 0
+    results = json.loads((run / "results.json").read_text())
+    code, out, _ = run_cli(capsys, "eval", str(run / "last.pt"), "--split", "test")
+    assert code == 0
+    assert f"top-1 {results['test_acc1']:.2f}%" in out

@@ -22,10 +22,7 @@ def load_trained(path: str | Path) -> tuple[torch.nn.Module, dict]:
     folder = path if path.is_dir() else path.parent
     if path.suffix == ".pt" or not (folder / WEIGHTS_NAME).is_file():
         checkpoint = load_checkpoint(path)
-        config = checkpoint["config"]
-        meta = {"model": config["model"], "model_args": config["model_args"], "classes": checkpoint["classes"],
-                "data": config["data"], "data_root": config["data_root"], "data_args": config["data_args"]}
-        state = checkpoint["model"]
+        state, meta = checkpoint["model"], checkpoint["meta"]
     else:
         state, meta = load_weights(folder / WEIGHTS_NAME)
     model = create_model(meta["model"], num_classes=len(meta["classes"]), **meta["model_args"])

@@ -163,7 +163,7 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": rng_state(), "epoch": epoch, "history": self.history, "config": self.config.to_dict(),
-                "classes": self.classes,
+                "meta": self.weights_meta(),
                 "execution": {"precision": self.execution.precision,
                               "channels_last": self.execution.channels_last}}
 
