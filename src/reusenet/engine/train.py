@@ -97,9 +97,15 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """Builds a run from a TrainConfig and trains it; `fit()` returns the final metrics."""
+    """Builds a run from a TrainConfig and trains it; `fit()` returns the final metrics.
 
-    def __init__(self, config: TrainConfig, resume: bool = False, log=print):
+    `model` and `datasets` ({split: dataset}, with at least "train") replace the ones the config names, for
+    pipelines that train modules of their own (RefiNet's level-2 heads); everything else still comes from
+    the config.
+    """
+
+    def __init__(self, config: TrainConfig, resume: bool = False, log=print, model: torch.nn.Module | None = None,
+                 datasets: dict | None = None):
         self.config = config
         self.log = log
         self.run_dir = Path(config.output) if config.output else default_run_dir(config)
@@ -107,14 +113,14 @@ class Trainer:
         checkpoint = load_checkpoint(self.run_dir) if resume else None
         seed_everything(config.seed)
 
-        self.datasets = load_data(config)
+        self.datasets = datasets if datasets is not None else load_data(config)
         if config.schedule == "plateau" and config.plateau_metric.startswith("val") and "val" not in self.datasets:
             raise UserError(f"schedule plateau watches {config.plateau_metric}, but {config.data} has no val split "
                             "here; set plateau_metric train_loss or keep a val split.")
         train_set = self.datasets["train"]
         self.classes = list(train_set.classes)
-        self.model = create_model(config.model, num_classes=len(self.classes), pretrained=config.pretrained,
-                                  **config.model_args)
+        self.model = model if model is not None else create_model(
+            config.model, num_classes=len(self.classes), pretrained=config.pretrained, **config.model_args)
         self.data_config = resolve_data_config({}, model=self.model)
         self.input_size = tuple(self.data_config["input_size"]) if isinstance(train_set, ImageFiles) \
             else (3, train_set.image_size, train_set.image_size)

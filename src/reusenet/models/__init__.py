@@ -1,10 +1,13 @@
 """reusenet's models, registered with timm when this package is imported.
 
-One file per family, as in timm: `baselines` holds the architectures the papers compare against; a new
-family is a new file imported below, and `list_models` finds its models. After `import reusenet`,
+One file per family, as in timm: `baselines` holds the architectures the papers compare against; every
+other public module of this package is one paper's family. All of them are imported below, so a new family
+is just a new file, and `list_models` finds its models. After `import reusenet`,
 `timm.create_model(name)` builds any of them; `create_model` does the same for reusenet's and timm's
 models but reports mistakes as `UserError`s.
 """
+import importlib
+import pkgutil
 import re
 
 import timm
@@ -12,7 +15,10 @@ from timm.models import get_arch_pretrained_cfgs, model_entrypoint, parse_model_
 from torch import nn
 
 from ..errors import UserError, did_you_mean
-from . import baselines  # noqa: F401  (registers the models with timm)
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith('_'):
+        importlib.import_module(f'{__name__}.{_module.name}')  # registers the family's models with timm
 
 __all__ = ['create_model', 'list_models']
 

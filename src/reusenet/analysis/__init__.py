@@ -1,0 +1,1 @@
+"""Analyses of trained models: class selectivity, output variability, embeddings."""
