@@ -9,7 +9,7 @@ matplotlib.use("Agg")  # plots are files; never open a window or need a display
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def save_figure(figure: "plt.Figure", path_stem: str | Path) -> list[Path]:
+def save_figure(figure: plt.Figure, path_stem: str | Path) -> list[Path]:
     """Writes path_stem.png and path_stem.svg, closes the figure, returns the two paths."""
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
