@@ -279,3 +279,20 @@ def test_plateau_on_val_loss_needs_a_val_split(tiny_config, tmp_path):
                          milestones=[60])
     with pytest.raises(UserError, match="has no val split"):
         Trainer(config, log=lambda _: None)
+
+
+def test_reduced_setting_of_a_recipe_overrides_the_full_scale_keys():
+    from reusenet.engine import load_config
+
+    full = load_config("reaf-cifar100")
+    reduced = load_config("reaf-cifar100", [("epochs", 4)], reduced=True)
+    assert (full.data, full.epochs, full.milestones) == ("cifar100", 200, [60, 120, 160])
+    assert (reduced.data, reduced.epochs, reduced.milestones) == ("digits", 4, [3, 6, 8])
+    assert reduced.lr == full.lr and reduced.gamma == full.gamma
+
+
+def test_reduced_on_a_recipe_without_one_is_refused():
+    from reusenet.engine import load_config
+
+    with pytest.raises(UserError, match="no reduced setting"):
+        load_config("reaf-imagenet", reduced=True)

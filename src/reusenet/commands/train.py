@@ -14,6 +14,8 @@ TRAIN_FLAGS = {"model": str, "data": str, "data_root": str, "epochs": int, "batc
 def add_parser(subparsers) -> None:
     train = subparsers.add_parser("train", help="train a model with a recipe plus overrides")
     train.add_argument("--recipe", help="recipe name (see `reusenet recipes`) or path to a YAML file")
+    train.add_argument("--reduced", action="store_true",
+                       help="use the recipe's reduced-scale setting (runs on a CPU in minutes)")
     for key, kind in TRAIN_FLAGS.items():
         train.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, help=f"sets {key}")
     train.add_argument("--download", action="store_true", default=None, help="download the dataset if missing")
@@ -49,5 +51,5 @@ def run(args) -> None:
             raise UserError(f"nothing to resume: {saved} does not exist.")
         recipe = str(saved)
         overrides.append(("output", args.resume))
-    config = load_config(recipe, overrides)
+    config = load_config(recipe, overrides, reduced=args.reduced and not args.resume)
     train(config, resume=bool(args.resume))

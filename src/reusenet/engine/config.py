@@ -211,10 +211,35 @@ def apply_overrides(values: dict, overrides) -> dict:
     return merged
 
 
-def load_config(recipe: str | None = None, overrides=()) -> TrainConfig:
-    """Recipe (name or path; None = defaults) with `(key, value)` overrides applied on top."""
+REDUCED_KEY = "reduced"
+
+
+def load_config(recipe: str | None = None, overrides=(), reduced: bool = False) -> TrainConfig:
+    """Recipe (name or path; None = defaults) with `(key, value)` overrides applied on top.
+
+    A recipe is the full-scale setting of one paper table; its optional `reduced:` mapping holds the keys
+    that change for the reduced-scale CPU setting (usually data: digits, fewer epochs), applied first when
+    `reduced` is true, so one file documents both and they cannot drift apart.
+    """
     values = read_yaml(find_recipe(recipe)) if recipe else {}
+    smaller = values.pop(REDUCED_KEY, None)
+    if reduced:
+        if not isinstance(smaller, dict) or not smaller:
+            raise UserError(f"recipe {recipe!r} has no reduced setting (a `{REDUCED_KEY}:` mapping); "
+                            "drop --reduced or pick a recipe that has one (`reusenet recipes`).")
+        values = apply_overrides(values, _flatten(smaller))
     return make_config(apply_overrides(values, overrides))
+
+
+def _flatten(values: dict) -> list[tuple[str, object]]:
+    """{model_args: {a: 1}, lr: 2} -> [("model_args.a", 1), ("lr", 2)]: nested mappings merge, not replace."""
+    pairs = []
+    for key, value in values.items():
+        if key in ("model_args", "data_args") and isinstance(value, dict):
+            pairs += [(f"{key}.{child}", item) for child, item in value.items()]
+        else:
+            pairs.append((key, value))
+    return pairs
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
