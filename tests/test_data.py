@@ -11,7 +11,6 @@ import torchvision
 from PIL import Image
 from sklearn.datasets import load_digits
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from torch.utils.data import DistributedSampler
 
 from reusenet.data import DATASETS, ImageFiles, InMemoryImages, build_dataset, build_loader, dataset_splits
 from reusenet.errors import UserError
@@ -510,22 +509,53 @@ def test_random_crop_shifts_each_image_within_the_zero_padding():
     assert len(set(offsets)) > 10  # per-sample offsets, not one for the batch
 
 
-def test_sharding_covers_every_index_once_per_epoch_after_padding():
+def test_training_shards_are_padded_like_distributed_sampler():
     dataset = build_dataset("synthetic", num_samples=11, image_size=8)
-    for train in (True, False):
-        loaders = [build_loader(dataset, 4, train=train, seed=5, rank=rank, world_size=2) for rank in (0, 1)]
-        for loader in loaders:
-            loader.set_epoch(2)
-        shards = [loader.epoch_indices() for loader in loaders]
-        assert [len(shard) for shard in shards] == [6, 6]
-        padded = torch.stack(shards, dim=1).flatten()  # the epoch order the ranks interleave
-        assert sorted(padded[:11].tolist()) == list(range(11)) and padded[11] == padded[0]
-        assert [len(loader) for loader in loaders] == ([1, 1] if train else [2, 2])
-        assert sum(len(labels) for loader in loaders for _, labels in loader) == (8 if train else 12)
-        if not train:
-            for rank, shard in enumerate(shards):
-                sampler = DistributedSampler(range(11), num_replicas=2, rank=rank, shuffle=False)
-                assert shard.tolist() == list(sampler)
+    loaders = [build_loader(dataset, 4, train=True, seed=5, rank=rank, world_size=2) for rank in (0, 1)]
+    for loader in loaders:
+        loader.set_epoch(2)
+    shards = [loader.epoch_indices() for loader in loaders]
+    assert [len(shard) for shard in shards] == [6, 6]
+    padded = torch.stack(shards, dim=1).flatten()  # the epoch order the ranks interleave
+    assert sorted(padded[:11].tolist()) == list(range(11)) and padded[11] == padded[0]
+    assert [len(loader) for loader in loaders] == [1, 1]
+    assert sum(len(labels) for loader in loaders for _, labels in loader) == 8
+
+
+@pytest.mark.parametrize("kind", ["memory", "files"])
+def test_evaluation_shards_count_every_image_exactly_once(kind, tmp_path):
+    dataset = build_dataset("synthetic", num_samples=11, image_size=8) if kind == "memory" else \
+        _image_folder(tmp_path, count=11)
+    config = {"input_size": (3, 8, 8), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 1.0}
+    loaders = [build_loader(dataset, 4, train=False, rank=rank, world_size=2, workers=0, data_config=config)
+               for rank in (0, 1)]
+    assert [len(loader) for loader in loaders] == [2, 2]
+    assert [sum(len(labels) for _, labels in loader) for loader in loaders] == [6, 5]
+
+
+def test_an_epoch_resumed_at_a_batch_yields_the_same_remaining_batches():
+    dataset = build_dataset("synthetic", num_samples=40, image_size=8)
+    loader = build_loader(dataset, 8, train=True, seed=3, crop_padding=2)
+    loader.set_epoch(1)
+    whole = list(loader)
+    loader.set_epoch(1, start_batch=3)
+    rest = list(loader)
+    assert len(rest) == 2 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+                                  for a, b in zip(whole[3:], rest, strict=True))
+    assert len(list(loader)) == 5  # the start applies to one iteration only
+
+
+def _image_folder(root, count):
+    from PIL import Image
+
+    from reusenet.data import ImageFiles
+
+    samples = []
+    for index in range(count):
+        path = root / f"{index}.png"
+        Image.new("RGB", (8, 8), (index * 20, 0, 0)).save(path)
+        samples.append((str(path), index % 2))
+    return ImageFiles(samples, ["a", "b"], "pngs")
 
 
 def test_loader_arguments_are_checked():

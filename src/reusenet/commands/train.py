@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 from ..errors import UserError
@@ -35,8 +36,9 @@ def print_keys() -> None:
 
 
 def run(args) -> None:
-    from ..engine import load_config, train
+    from ..engine import TrainingStopped, load_config, train
     from ..engine.config import parse_override
+    from ..engine.distributed import teardown
 
     if args.help_keys:
         print_keys()
@@ -52,4 +54,10 @@ def run(args) -> None:
         recipe = str(saved)
         overrides.append(("output", args.resume))
     config = load_config(recipe, overrides, reduced=args.reduced and not args.resume)
-    train(config, resume=bool(args.resume))
+    try:
+        train(config, resume=bool(args.resume))
+    except TrainingStopped as stop:  # SIGTERM/SIGINT: a checkpoint is written; exit as the signal would
+        print(f"reusenet train: {stop}", file=sys.stderr)
+        raise SystemExit(128 + stop.signal_number) from None
+    finally:
+        teardown()

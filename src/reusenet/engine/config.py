@@ -24,10 +24,12 @@ CHOICES = {
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "channels_last": ("auto", True, False),
     "device": ("auto", "cpu", "cuda"),
+    "nonfinite": ("stop", "skip"),
 }
-POSITIVE = ("epochs", "batch_size", "lr", "patience", "step_size")
+POSITIVE = ("epochs", "batch_size", "lr", "patience", "step_size", "accumulate_steps")
 NON_NEGATIVE = ("momentum", "weight_decay", "warmup_epochs", "warmup_lr", "min_lr", "label_smoothing",
-                "crop_padding", "workers", "grad_clip")
+                "crop_padding", "workers", "grad_clip", "checkpoint_every", "mixup", "cutmix")
+PROBABILITIES = ("mixup_prob", "mixup_switch_prob", "random_erasing")
 
 
 @dataclass
@@ -58,6 +60,17 @@ class TrainConfig:
     decay_norm_and_bias: bool = True
     label_smoothing: float = 0.0
     grad_clip: float | None = None
+    accumulate_steps: int = 1         # micro-batches per optimizer step (effective batch = batch x steps x ranks)
+    nonfinite: str = "stop"           # on a NaN/inf loss: stop, or skip that step and count it
+    # regularisation (ConvNeXt's recipe; all timm's implementations)
+    mixup: float = 0.0                # mixup alpha, 0 = off
+    cutmix: float = 0.0               # cutmix alpha, 0 = off
+    mixup_prob: float = 1.0           # probability of mixing a batch at all
+    mixup_switch_prob: float = 0.5    # probability of cutmix instead of mixup when both are on
+    auto_augment: str | None = None   # timm policy string, e.g. rand-m9-mstd0.5-inc1 (RandAugment)
+    random_erasing: float = 0.0       # probability of erasing a random patch of each image
+    ema: bool = False                 # keep an exponential moving average of the weights (timm ModelEmaV3)
+    ema_decay: float = 0.9999
     # learning-rate schedule
     schedule: str = "multistep"
     milestones: list = field(default_factory=lambda: [60, 120, 160])
@@ -74,6 +87,8 @@ class TrainConfig:
     channels_last: str | bool = "auto"
     device: str = "auto"
     seed: int = 0
+    sync_bn: bool = False             # BatchNorm statistics over all ranks (distributed runs)
+    checkpoint_every: int = 0         # also checkpoint every N optimizer steps inside an epoch (0: epoch ends)
     output: str | None = None
     tensorboard: bool = True
     progress: bool = True
@@ -93,6 +108,14 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise UserError(f"{name} must be zero or positive, got {value}.")
+        for name in PROBABILITIES:
+            if not 0 <= getattr(self, name) <= 1:
+                raise UserError(f"{name} is a probability, so it must be in [0, 1]; got {getattr(self, name)}.")
+        if not 0 < self.ema_decay < 1:
+            raise UserError(f"ema_decay must be in (0, 1), e.g. 0.9999; got {self.ema_decay}.")
+        if (self.mixup or self.cutmix) and self.batch_size % 2:
+            raise UserError(f"mixup/cutmix pair each image with another, so batch_size must be even; "
+                            f"got {self.batch_size}.")
         if self.eval_batch_size is not None and self.eval_batch_size <= 0:
             raise UserError(f"eval_batch_size must be positive, got {self.eval_batch_size}.")
         if not all(isinstance(m, int) and m > 0 for m in self.milestones):
