@@ -12,8 +12,8 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_functional
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import UserError
 
@@ -100,8 +100,27 @@ def _collective_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
-class CPUSyncBatchNorm(nn.SyncBatchNorm):
-    """SyncBatchNorm that also runs on CPUs (gloo): torch's refuses CPU tensors.
+class _SumOverRanks(torch.autograd.Function):
+    """all_reduce(sum) with its gradient: every rank's output depends on every rank's input, so the gradient
+    is summed back the same way. (torch.distributed.nn.functional.all_reduce does this but is deprecated, and
+    its functional-collectives replacement has no autograd.)"""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
+class CPUSyncBatchNorm(_BatchNorm):
+    """Synchronised BatchNorm for CPU ranks (gloo): torch's SyncBatchNorm refuses CPU tensors, and DDP refuses
+    any nn.SyncBatchNorm on a CPU module, so this is a plain _BatchNorm that synchronises itself.
 
     Batch mean and variance are taken over every rank's samples with two differentiable all-reduces (sum,
     then sum of squared deviations), so the gradient flows across ranks exactly as in torch's CUDA kernel,
@@ -111,15 +130,14 @@ class CPUSyncBatchNorm(nn.SyncBatchNorm):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(input)
-        self._check_input_dim(input)
         dims = [0, *range(2, input.dim())]
         shape = [1, -1] + [1] * (input.dim() - 2)
         local_count = torch.tensor([input.numel() / input.shape[1]], dtype=input.dtype, device=input.device)
-        sums = dist_functional.all_reduce(torch.cat([input.sum(dims), local_count]))
+        sums = _SumOverRanks.apply(torch.cat([input.sum(dims), local_count]))
         count = sums[-1]
         mean = sums[:-1] / count
         centred = input - mean.view(shape)
-        var = dist_functional.all_reduce((centred * centred).sum(dims)) / count
+        var = _SumOverRanks.apply((centred * centred).sum(dims)) / count
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
@@ -130,6 +148,10 @@ class CPUSyncBatchNorm(nn.SyncBatchNorm):
         if self.affine:
             output = output * self.weight.view(shape) + self.bias.view(shape)
         return output
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least a 2D input (got {input.dim()}D)")
 
 
 def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
