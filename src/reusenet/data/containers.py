@@ -38,6 +38,12 @@ class InMemoryImages:
                 f"{self.name}: labels must have shape ({len(self.images)},) to match the images, "
                 f"got {tuple(self.labels.shape)}."
             )
+        if len(self.labels) and not 0 <= int(self.labels.min()) <= int(self.labels.max()) < len(self.classes):
+            raise UserError(
+                f"{self.name}: labels must be class indices in 0..{len(self.classes) - 1} for its "
+                f"{len(self.classes)} classes, got values from {int(self.labels.min())} to {int(self.labels.max())}; "
+                "fix the labels or list every class in `classes`."
+            )
         self.images = self.images.contiguous()
         self.labels = self.labels.to(torch.int64)
 
@@ -68,6 +74,12 @@ class ImageFiles:
     wnids: list[str] | None = None
     mean = None
     std = None
+
+    def __post_init__(self):
+        bad = [(path, label) for path, label in self.samples if not 0 <= label < len(self.classes)]
+        if bad:
+            raise UserError(f"{self.name}: {len(bad)} sample(s) have labels outside 0..{len(self.classes) - 1} "
+                            f"(the {len(self.classes)} classes), e.g. {bad[0]}; fix the labels or list every class.")
 
     @property
     def num_classes(self) -> int:

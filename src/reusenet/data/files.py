@@ -31,9 +31,22 @@ def missing_files_error(dataset: str, root: Path, directory: Path, missing: list
     return UserError(f"{dataset}: expected files are missing: {listed}. {no_root}{how_to_get}")
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 def open_rgb(path) -> Image.Image:
-    """Decode fully (so truncation shows up here) and convert grayscale, RGBA and palette to RGB."""
+    """Decode fully (so truncation shows up here) and convert any mode to 8-bit RGB.
+
+    Grayscale is replicated, alpha is dropped, palettes (with or without transparency) are expanded, and
+    16-bit images are scaled to 8 bits (PIL's own convert would clip every value above 255 to white).
+    """
     with Image.open(path) as image:
+        if image.mode in SIXTEEN_BIT_MODES:
+            values = np.asarray(image, dtype=np.float64)
+            scale = 257.0 if image.mode != "I" or values.max() > 255 else 1.0
+            image = Image.fromarray(np.clip(np.round(values / scale), 0, 255).astype(np.uint8), mode="L")
+        elif image.mode == "P" and "transparency" in image.info:
+            image = image.convert("RGBA")
         return image.convert("RGB")
 
 

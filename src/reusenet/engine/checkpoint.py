@@ -73,11 +73,14 @@ def load_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        payload = [line.strip() for line in str(err).splitlines() if "Unsupported global" in line]
+        if not payload:  # not a pickle of anything, e.g. a truncated or foreign file
+            raise UserError(f"{path} is not a readable checkpoint (not a torch.save file).") from None
         raise UserError(f"refusing to load {path}: it holds Python objects beyond tensors and plain values, "
-                        f"which could run code when unpickled ({str(err).splitlines()[0][:200]}). "
+                        f"which could run code when unpickled ({payload[0][:200]}). "
                         "Only load checkpoints written by reusenet or from a source you trust.") from None
     except (RuntimeError, EOFError, OSError) as err:
-        raise UserError(f"{path} is not a readable checkpoint ({str(err).splitlines()[0][:200]}).") from None
+        raise UserError(f"{path} is not a readable checkpoint ({_first_line(err)}).") from None
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"{path} is not a reusenet training checkpoint (no 'model' entry).")
     return state
@@ -101,3 +104,27 @@ def load_weights(path: Path) -> tuple[dict, dict]:
     if not path.is_file() or not sidecar.is_file():
         raise UserError(f"expected {path} and its sidecar {sidecar}; train a model with `reusenet train` first.")
     return load_file(path), json.loads(sidecar.read_text())
+
+
+def load_state(model: torch.nn.Module, state: dict, source: str, advice: str) -> None:
+    """`model.load_state_dict(state)`, or a UserError listing the keys and shapes that differ."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [f"{k} {list(state[k].shape)} vs {list(expected[k].shape)}" for k in expected
+                if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    parts = [f"{label} ({len(keys)}): {_first(keys)}" for label, keys in
+             (("missing from the file", missing), ("not in the model", unexpected),
+              ("shape in file vs model", reshaped)) if keys]
+    if parts:
+        raise UserError(f"{source} does not fit {type(model).__name__}: {'; '.join(parts)}. {advice}")
+    model.load_state_dict(state)
+
+
+def _first(keys: list[str], shown: int = 4) -> str:
+    return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__

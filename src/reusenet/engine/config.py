@@ -6,6 +6,7 @@ so a typo in a recipe fails at once with one clear line instead of silently trai
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -102,12 +103,14 @@ class TrainConfig:
                                    if isinstance(value, str) else ""))
         for name in POSITIVE:
             value = getattr(self, name)
-            if value <= 0:
+            if isinstance(value, float) and not 0 < value < math.inf:
+                raise UserError(f"{name} must be a positive finite number, got {value}.")
+            if not value > 0:
                 raise UserError(f"{name} must be positive, got {value}.")
         for name in NON_NEGATIVE:
             value = getattr(self, name)
-            if value is not None and value < 0:
-                raise UserError(f"{name} must be zero or positive, got {value}.")
+            if value is not None and not 0 <= value < math.inf:
+                raise UserError(f"{name} must be zero or a positive finite number, got {value}.")
         for name in PROBABILITIES:
             if not 0 <= getattr(self, name) <= 1:
                 raise UserError(f"{name} is a probability, so it must be in [0, 1]; got {getattr(self, name)}.")

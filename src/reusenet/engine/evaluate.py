@@ -9,7 +9,7 @@ from timm.data import resolve_data_config
 from ..data import ImageFiles, build_dataset, build_loader
 from ..errors import UserError
 from ..models import create_model
-from .checkpoint import SIDECAR_NAME, WEIGHTS_NAME, load_checkpoint, load_weights
+from .checkpoint import SIDECAR_NAME, WEIGHTS_NAME, load_checkpoint, load_state, load_weights
 from .precision import Execution, resolve_device
 from .train import evaluate
 
@@ -26,11 +26,8 @@ def load_trained(path: str | Path) -> tuple[torch.nn.Module, dict]:
     else:
         state, meta = load_weights(folder / WEIGHTS_NAME)
     model = create_model(meta["model"], num_classes=len(meta["classes"]), **meta["model_args"])
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise UserError(f"the weights in {path} do not fit {meta['model']} (see {folder / SIDECAR_NAME}): "
-                        f"{str(err).splitlines()[-1].strip()}") from None
+    load_state(model, state, f"the weights in {path}",
+               f"{folder / SIDECAR_NAME} says they belong to {meta['model']}; check that it matches the file.")
     return model.eval(), meta
 
 

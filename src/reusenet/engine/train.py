@@ -39,7 +39,15 @@ from ..data.splits import derive_seed
 from ..errors import UserError
 from ..models import create_model
 from . import distributed
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    load_state,
+    rng_state,
+    save_checkpoint,
+    save_weights,
+    set_rng_state,
+)
 from .config import TrainConfig, save_config
 from .optim import build_optimizer, build_scheduler, current_lr
 from .precision import Execution, choose_execution, resolve_device
@@ -150,6 +158,9 @@ class Trainer:
                             "here; set plateau_metric train_loss or keep a val split.")
         train_set = self.datasets["train"]
         self.classes = list(train_set.classes)
+        if len(self.classes) < 2:
+            raise UserError(f"{train_set.name} has {len(self.classes)} class ({', '.join(self.classes)}); a classifier "
+                            "needs at least two. Add class folders, or check the class subset in data_args.")
         self.model = model if model is not None else create_model(
             config.model, num_classes=len(self.classes), pretrained=config.pretrained, **config.model_args)
         self.data_config = resolve_data_config({}, model=self.model)
@@ -221,11 +232,8 @@ class Trainer:
                             auto_augment=config.auto_augment)
 
     def _restore(self, checkpoint: dict) -> None:
-        try:
-            self.model.load_state_dict(checkpoint["model"])
-        except RuntimeError as err:
-            raise UserError(f"the checkpoint in {self.run_dir} does not fit model {self.config.model}: "
-                            f"{describe_mismatch(err)}") from None
+        load_state(self.model, checkpoint["model"], f"the checkpoint in {self.run_dir}",
+                   f"It was written for model {checkpoint['meta']['model']}; resume it with that model.")
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
@@ -484,13 +492,6 @@ class Trainer:
 
 def _silent(*args, **kwargs) -> None:
     """The log of ranks other than 0."""
-
-
-def describe_mismatch(err: RuntimeError) -> str:
-    """torch's load_state_dict error, shortened to the keys and shapes that differ."""
-    lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
-    text = " ".join(lines) or str(err)
-    return text[:600] + (" ..." if len(text) > 600 else "")
 
 
 @torch.no_grad()
