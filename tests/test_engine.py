@@ -296,3 +296,45 @@ def test_reduced_on_a_recipe_without_one_is_refused():
 
     with pytest.raises(UserError, match="no reduced setting"):
         load_config("reaf-imagenet", reduced=True)
+
+
+def test_convnext_recipe_regularisers_train_and_save_the_ema_weights(tiny_config, tmp_path):
+    from reusenet.engine import load_trained
+
+    config = tiny_config(epochs=2, mixup=0.8, cutmix=1.0, auto_augment="rand-m9-mstd0.5-inc1", random_erasing=0.25,
+                         ema=True, ema_decay=0.9, label_smoothing=0.1, schedule="constant")
+    results = train(config, log=lambda _: None)
+    assert {"val_ema_acc1", "test_ema_acc1", "test_acc1"} <= results.keys()
+    raw, _ = load_trained(tmp_path / "run")
+    ema, _ = load_trained(tmp_path / "run" / "ema")
+    assert any(not torch.equal(a, b) for a, b in zip(raw.state_dict().values(), ema.state_dict().values(), strict=True))
+    assert math.isfinite(results["train_loss"])
+
+
+def test_convnext_recipe_has_the_papers_regularisers():
+    config = load_config("convnext-imagenet300")
+    assert (config.mixup, config.cutmix, config.auto_augment, config.random_erasing, config.ema) == \
+        (0.8, 1.0, "rand-m9-mstd0.5-inc1", 0.25, True)
+    assert config.model_args == {"drop_path_rate": 0.1, "ls_init_value": 1e-6}
+
+
+def test_a_bad_augmentation_policy_is_named(tiny_config):
+    with pytest.raises(UserError, match="auto_augment 'randaugment-9' is not a timm augmentation policy"):
+        train(tiny_config(auto_augment="randaugment-9"))
+
+
+def test_gradient_accumulation_matches_the_larger_batch(tiny_config, tmp_path):
+    from reusenet.engine.train import load_data
+
+    def linear_run(output, **settings):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4))
+        config = tiny_config(epochs=2, schedule="constant", crop_padding=0, hflip=False, output=str(output),
+                             **settings)
+        Trainer(config, log=lambda _: None, model=model, datasets=load_data(config)).fit()
+        return model
+
+    whole = linear_run(tmp_path / "a", batch_size=16)
+    accumulated = linear_run(tmp_path / "b", batch_size=8, accumulate_steps=2)
+    for expected, actual in zip(whole.parameters(), accumulated.parameters(), strict=True):
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)

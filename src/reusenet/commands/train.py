@@ -20,6 +20,8 @@ def add_parser(subparsers) -> None:
     for key, kind in TRAIN_FLAGS.items():
         train.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, help=f"sets {key}")
     train.add_argument("--download", action="store_true", default=None, help="download the dataset if missing")
+    train.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=None,
+                       help="BatchNorm statistics over all ranks (with torchrun)")
     train.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="any configuration key, e.g. --set milestones=[3,6] --set model_args.drop_rate=0.1")
@@ -44,7 +46,7 @@ def run(args) -> None:
         print_keys()
         return
     overrides = [parse_override(text) for text in args.overrides]
-    overrides += [(key, getattr(args, key)) for key in (*TRAIN_FLAGS, "download", "progress")
+    overrides += [(key, getattr(args, key)) for key in (*TRAIN_FLAGS, "download", "progress", "sync_bn")
                   if getattr(args, key) is not None]
     recipe = args.recipe
     if args.resume:
