@@ -133,13 +133,17 @@ class InMemoryLoader:
 
     def _augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.policy is not None:  # per-image PIL policy, drawn from Python's `random` like timm's loaders
-            images = torch.stack([torch.from_numpy(np.asarray(self.policy(Image.fromarray(image.permute(1, 2, 0)
-                                  .numpy())))).permute(2, 0, 1) for image in images])
+            images = torch.stack([self._apply_policy(image) for image in images])
         if self.crop_padding:
             images = random_crop(images, self.crop_padding, generator)
         if self.hflip:
             images = random_hflip(images, generator)
         return images
+
+
+    def _apply_policy(self, image: torch.Tensor) -> torch.Tensor:
+        picture = Image.fromarray(image.permute(1, 2, 0).numpy())
+        return torch.from_numpy(np.array(self.policy(picture))).permute(2, 0, 1)
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
