@@ -130,6 +130,7 @@ class CPUSyncBatchNorm(_BatchNorm):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(input)
+        dtype, input = input.dtype, input.float()  # statistics in fp32 under bf16/fp16 autocast, as torch's BN
         dims = [0, *range(2, input.dim())]
         shape = [1, -1] + [1] * (input.dim() - 2)
         local_count = torch.tensor([input.numel() / input.shape[1]], dtype=input.dtype, device=input.device)
@@ -147,7 +148,7 @@ class CPUSyncBatchNorm(_BatchNorm):
         output = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             output = output * self.weight.view(shape) + self.bias.view(shape)
-        return output
+        return output.to(dtype)
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() < 2:
