@@ -4,6 +4,7 @@ Importing this package registers every reusenet model with timm, so `timm.create
 """
 from . import models  # noqa: F401  (registers the models with timm)
 from .errors import UserError
+from .layers.reaf import fold, reafify
 
 __version__ = "0.1.0"
-__all__ = ["UserError", "__version__"]
+__all__ = ["UserError", "__version__", "fold", "reafify"]
