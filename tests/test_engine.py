@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from reusenet.engine import Trainer, load_checkpoint, load_config, make_config, train
+from reusenet.engine import Trainer, list_recipes, load_checkpoint, load_config, make_config, train
 from reusenet.engine.checkpoint import atomic_write
 from reusenet.engine.optim import build_optimizer, build_scheduler
 from reusenet.engine.precision import cpu_supports_bf16
@@ -338,3 +338,17 @@ def test_gradient_accumulation_matches_the_larger_batch(tiny_config, tmp_path):
     accumulated = linear_run(tmp_path / "b", batch_size=8, accumulate_steps=2)
     for expected, actual in zip(whole.parameters(), accumulated.parameters(), strict=True):
         torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("recipe", [name for name in list_recipes() if name != "digits"])
+def test_every_reduced_setting_builds_its_model_for_its_data(recipe):
+    from reusenet.engine.train import load_data
+    from reusenet.models import create_model
+
+    config = load_config(recipe, reduced=True)
+    datasets = load_data(config)
+    train_set = datasets["train"]
+    model = create_model(config.model, num_classes=len(train_set.classes), **config.model_args)
+    with torch.no_grad():
+        logits = model.eval()(torch.zeros(2, *train_set.images.shape[1:]))
+    assert logits.shape == (2, len(train_set.classes)) and config.epochs <= 20
