@@ -148,7 +148,7 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path):
 
 @pytest.mark.parametrize("values, message", [
     ({"epoch": 3}, "unknown configuration key 'epoch'. Did you mean: epochs"),
-    ({"lr": -0.1}, "lr must be positive"),
+    ({"lr": -0.1}, "lr must be a positive finite number"),
     ({"batch_size": 0}, "batch_size must be positive"),
     ({"epochs": "ten"}, "epochs: expected an integer"),
     ({"optimizer": "adamm"}, "Did you mean: adam"),
@@ -295,7 +295,7 @@ def test_reduced_on_a_recipe_without_one_is_refused():
     from reusenet.engine import load_config
 
     with pytest.raises(UserError, match="no reduced setting"):
-        load_config("reaf-imagenet", reduced=True)
+        load_config("digits", reduced=True)
 
 
 def test_convnext_recipe_regularisers_train_and_save_the_ema_weights(tiny_config, tmp_path):
