@@ -181,23 +181,24 @@ def make_config(values: dict) -> TrainConfig:
     return TrainConfig(**checked).validate()
 
 
-def find_recipe(name_or_path: str) -> Path:
-    """A recipe file: a path to a YAML file, or the name of one in the project's recipes/ folder."""
+def find_recipe(name_or_path: str, folder: Path = RECIPE_DIR, kind: str = "recipe") -> Path:
+    """A recipe file: a path to a YAML file, or the name of one in `folder` (the project's recipes/ folder, or
+    one of its sub-folders for other commands' recipes; `kind` names them in errors)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise UserError(f"recipe file {path} does not exist.")
         return path
-    candidate = RECIPE_DIR / f"{name_or_path}.yaml"
+    candidate = folder / f"{name_or_path}.yaml"
     if not candidate.is_file():
-        available = list_recipes()
-        raise UserError(f"unknown recipe {name_or_path!r}.{did_you_mean(name_or_path, available)}"
+        available = list_recipes(folder)
+        raise UserError(f"unknown {kind} {name_or_path!r}.{did_you_mean(name_or_path, available)}"
                         f" Available: {', '.join(available) or 'none'}; or pass a path to a .yaml file.")
     return candidate
 
 
-def list_recipes() -> list[str]:
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")) if RECIPE_DIR.is_dir() else []
+def list_recipes(folder: Path = RECIPE_DIR) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
 def read_yaml(path: Path) -> dict:
@@ -253,11 +254,11 @@ def load_config(recipe: str | None = None, overrides=(), reduced: bool = False) 
         if not isinstance(smaller, dict) or not smaller:
             raise UserError(f"recipe {recipe!r} has no reduced setting (a `{REDUCED_KEY}:` mapping); "
                             "drop --reduced or pick a recipe that has one (`reusenet recipes`).")
-        values = apply_overrides(values, _flatten(smaller))
+        values = apply_overrides(values, nested_overrides(smaller))
     return make_config(apply_overrides(values, overrides))
 
 
-def _flatten(values: dict) -> list[tuple[str, object]]:
+def nested_overrides(values: dict) -> list[tuple[str, object]]:
     """{model_args: {a: 1}, lr: 2} -> [("model_args.a", 1), ("lr", 2)]: nested mappings merge, not replace."""
     pairs = []
     for key, value in values.items():

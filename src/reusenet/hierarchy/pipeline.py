@@ -35,7 +35,7 @@ from timm.data import resolve_data_config
 
 from ..data import ImageFiles, InMemoryImages, build_dataset, build_loader, dataset_splits
 from ..engine import Trainer, load_trained, make_config
-from ..engine.config import RECIPE_DIR, read_yaml
+from ..engine.config import RECIPE_DIR, find_recipe, read_yaml
 from ..engine.precision import Execution, resolve_device
 from ..errors import UserError, did_you_mean
 from ..models import create_model
@@ -144,23 +144,10 @@ def make_refinet_config(values: dict) -> RefiNetConfig:
     return RefiNetConfig(**values).validate()
 
 
-def find_refinet_recipe(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise UserError(f"recipe file {path} does not exist.")
-        return path
-    names = sorted(p.stem for p in REFINET_RECIPES.glob("*.yaml"))
-    if name_or_path not in names:
-        raise UserError(f"unknown RefiNet recipe {name_or_path!r}.{did_you_mean(name_or_path, names)} "
-                        f"Available: {', '.join(names)}; or pass a path to a .yaml file.")
-    return REFINET_RECIPES / f"{name_or_path}.yaml"
-
-
 def load_refinet_config(recipe: str | None = None, overrides=()) -> RefiNetConfig:
     """A recipe (name in recipes/refinet/ or a path) with `(key, value)` overrides; `a.b` sets key b of
     mapping a (e.g. `level1_train.epochs`)."""
-    values = read_yaml(find_refinet_recipe(recipe)) if recipe else {}
+    values = read_yaml(find_recipe(recipe, REFINET_RECIPES, "RefiNet recipe")) if recipe else {}
     merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
     for key, value in overrides:
         parent, _, child = key.partition(".")

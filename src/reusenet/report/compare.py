@@ -36,7 +36,7 @@ from ..analysis.variability import predict, same_family, variability_summary
 from ..data import build_loader
 from ..engine import load_config, load_trained, train
 from ..engine.checkpoint import CHECKPOINT_NAME
-from ..engine.config import read_yaml
+from ..engine.config import nested_overrides, read_yaml
 from ..engine.precision import Execution
 from ..engine.summary import write_json
 from ..engine.train import load_data
@@ -138,19 +138,8 @@ def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-") or "run"
 
 
-def _override_pairs(overrides: dict) -> list[tuple[str, object]]:
-    """{model_args: {a: 1}, epochs: 2} -> [("model_args.a", 1), ("epochs", 2)], so nested mappings merge."""
-    pairs = []
-    for key, value in overrides.items():
-        if key in ("model_args", "data_args") and isinstance(value, dict):
-            pairs += [(f"{key}.{child}", item) for child, item in value.items()]
-        else:
-            pairs.append((key, value))
-    return pairs
-
-
 def run_config(spec: CompareSpec, run: RunSpec, seed: int, folder: Path):
-    overrides = _override_pairs(spec.overrides) + [("model", run.model)]
+    overrides = nested_overrides(spec.overrides) + [("model", run.model)]
     overrides += [(f"model_args.{key}", value) for key, value in run.model_args.items()]
     overrides += [("seed", seed), ("output", str(folder)), ("progress", False), ("tensorboard", False)]
     return load_config(spec.recipe, overrides, reduced=spec.reduced)
