@@ -434,32 +434,26 @@ class Trainer:
         self.log(message)
         raise TrainingStopped(message, number)
 
+    @contextlib.contextmanager
     def _stop_on_signals(self):
         """SIGTERM and SIGINT ask for a stop at the next step boundary; a second SIGINT interrupts at once."""
-        trainer = self
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+            yield
+            return
 
-        class Handlers:
-            def __enter__(self):
-                self.previous = {}
-                if threading.current_thread() is not threading.main_thread():
-                    return self
-                for number in (signal.SIGTERM, signal.SIGINT):
-                    self.previous[number] = signal.signal(number, self.handle)
-                return self
+        def handle(number, frame):
+            if self._stop_signal is not None and number == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_signal = number
+            self.log(f"\n{signal.Signals(number).name} received: stopping after this step "
+                     "(press Ctrl-C again to stop at once)")
 
-            def handle(self, number, frame):
-                if trainer._stop_signal is not None and number == signal.SIGINT:
-                    raise KeyboardInterrupt
-                trainer._stop_signal = number
-                trainer.log(f"\n{signal.Signals(number).name} received: stopping after this step "
-                            "(press Ctrl-C again to stop at once)")
-
-            def __exit__(self, *exc):
-                for number, handler in self.previous.items():
-                    signal.signal(number, handler)
-                return False
-
-        return Handlers()
+        previous = {number: signal.signal(number, handle) for number in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
     def _finish(self) -> dict:
         results = {"model": self.config.model, "data": self.config.data, "epochs": self.config.epochs,
