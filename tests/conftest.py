@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from reusenet.engine import make_config
 
@@ -17,3 +18,22 @@ def tiny_config(tmp_path):
         return make_config(values)
 
     return build
+
+
+@pytest.fixture
+def check_timm_contract():
+    """timm's model contract on an eval-mode model and a batch of 2 small inputs: forward = head(features),
+    pre_logits width, reset_classifier, the small-input stem and the classifier named in pretrained_cfg."""
+
+    def check(model, x):
+        with torch.no_grad():
+            features = model.forward_features(x)
+            torch.testing.assert_close(model.forward_head(features), model(x))
+            assert model.forward_head(features, pre_logits=True).shape == (2, model.num_features)
+            model.reset_classifier(7)
+            assert model.forward_head(features).shape == (2, 7) and model.num_classes == 7
+        cfg = model.pretrained_cfg
+        assert model.get_submodule(cfg['first_conv']).stride == (1, 1)  # the small-input stem
+        assert model.get_submodule(cfg['classifier']) is model.get_classifier()
+
+    return check

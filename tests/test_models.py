@@ -64,18 +64,8 @@ def test_small_input_models_take_32_and_64_pixels(name):
 
 
 @pytest.mark.parametrize('name', ONE_PER_FAMILY)
-def test_timm_contract(name):
-    model = timm.create_model(name).eval()
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        features = model.forward_features(x)
-        torch.testing.assert_close(model.forward_head(features), model(x))
-        assert model.forward_head(features, pre_logits=True).shape == (2, model.num_features)
-        model.reset_classifier(7)
-        assert model.forward_head(features).shape == (2, 7) and model.num_classes == 7
-    cfg = model.pretrained_cfg
-    assert model.get_submodule(cfg['first_conv']).stride == (1, 1)  # the small-input stem
-    assert model.get_submodule(cfg['classifier']) is model.get_classifier()
+def test_timm_contract(name, check_timm_contract):
+    check_timm_contract(timm.create_model(name).eval(), torch.randn(2, 3, 32, 32))
 
 
 @pytest.mark.parametrize('name', ONE_PER_FAMILY)
